@@ -1,0 +1,1 @@
+"""Deployable units of the kit, its config model and its validation."""

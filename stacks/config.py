@@ -1,0 +1,309 @@
+"""The kit's config: parsed once into a frozen, typed model.
+
+Source: the ``multinode`` object of cdk.json's context, or a JSON file given with
+``cdk synth -c config=FILE`` / ``python -m kit validate --config FILE`` (same object).
+
+Parsing checks shapes only (unknown keys, types, required fields) and collects every
+problem as a Finding with its key path; rules that need the instance catalog or several
+fields at once live in stacks/validators.py. Nothing here imports aws_cdk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+Level = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level.upper()}: {self.path}: {self.message}"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    vpc_id: str | None = None
+    subnet_ids: tuple[str, ...] = ()
+    vpc_cidr: str = "10.40.0.0/16"
+    ssh_sources: tuple[str, ...] = ()
+    allow_ssh_from_anywhere: bool = False
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    instance_type: str
+    max_nodes: int
+    min_nodes: int = 0
+    efa_interfaces: int | Literal["max"] = "max"
+    root_volume_gib: int = 200
+    image_id: str | None = None
+    capacity_wait_minutes: int = 60
+
+
+@dataclass(frozen=True)
+class MetaflowConfig:
+    s3_access_role_arn: str | None = None
+    profile: str = "multinode"
+
+
+@dataclass(frozen=True)
+class KitConfig:
+    region: str
+    availability_zone: str
+    queues: tuple[QueueConfig, ...]
+    stack_name: str = "metaflow-multinode"
+    account: str | None = None
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    metaflow: MetaflowConfig = field(default_factory=MetaflowConfig)
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def creates_vpc(self) -> bool:
+        return self.network.vpc_id is None
+
+
+class ConfigError(Exception):
+    """Raised with every finding when a config cannot be used."""
+
+    def __init__(self, findings: list[Finding]):
+        self.findings = findings
+        super().__init__("\n".join(str(f) for f in findings))
+
+
+T = TypeVar("T")
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "an object"}
+
+
+class _Reader:
+    """Reads one JSON object, recording every shape problem instead of stopping."""
+
+    def __init__(self, findings: list[Finding]):
+        self.findings = findings
+
+    def error(self, path: str, message: str) -> None:
+        self.findings.append(Finding("error", path, message))
+
+    def obj(self, raw: Any, path: str, allowed: Mapping[str, str]) -> dict[str, Any]:
+        """`allowed` maps each known key to a one-line description used in typo messages."""
+        if not isinstance(raw, dict):
+            self.error(path or "(config)", f"must be an object, got {_describe(raw)}")
+            return {}
+        for key in raw:
+            if key not in allowed:
+                hint = _closest(key, list(allowed))
+                valid = f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(allowed)}"
+                self.error(_join(path, key), f"unknown key; {valid}")
+        return raw
+
+    def get(self, raw: Mapping[str, Any], path: str, key: str, kind: type[T], default: T) -> T:
+        if key not in raw or raw[key] is None:
+            return default
+        value = raw[key]
+        # bool is an int in Python; a config saying `"maxNodes": true` is a mistake.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.error(_join(path, key), f"must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {_describe(value)}")
+            return default
+        return value
+
+    def required(self, raw: Mapping[str, Any], path: str, key: str, kind: type[T], default: T, hint: str) -> T:
+        if key not in raw or raw[key] is None:
+            self.error(_join(path, key), f"is required; {hint}")
+            return default
+        return self.get(raw, path, key, kind, default)
+
+    def str_list(self, raw: Mapping[str, Any], path: str, key: str) -> tuple[str, ...]:
+        values = self.get(raw, path, key, list, [])
+        out: list[str] = []
+        for i, v in enumerate(values):
+            if isinstance(v, str):
+                out.append(v)
+            else:
+                self.error(f"{_join(path, key)}[{i}]", f"must be a string, got {_describe(v)}")
+        return tuple(out)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (int, float, str)):
+        return f"{type(value).__name__} {json.dumps(value)}"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _closest(key: str, candidates: list[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    lowered = {c.lower(): c for c in candidates}
+    return match[0] if match else lowered.get(key.lower())
+
+
+_TOP = {
+    "stackName": "CloudFormation stack name",
+    "region": "AWS region",
+    "account": "AWS account id",
+    "availabilityZone": "the one AZ everything runs in",
+    "network": "VPC, subnets and SSH access",
+    "queues": "one entry per job queue",
+    "metaflow": "Metaflow settings",
+    "tags": "tags added to every resource",
+}
+_NETWORK = {
+    "vpcId": "existing VPC",
+    "subnetIds": "private subnets of vpcId",
+    "vpcCidr": "CIDR of the VPC the kit creates",
+    "sshSources": "CIDRs or sg- ids allowed on port 22",
+    "allowSshFromAnywhere": "permit 0.0.0.0/0 or ::/0 in sshSources",
+}
+_QUEUE = {
+    "name": "short queue name",
+    "instanceType": "EC2 instance type",
+    "maxNodes": "largest job in nodes",
+    "minNodes": "instances kept running",
+    "efaInterfaces": '"max" or a number',
+    "rootVolumeGiB": "root volume size",
+    "imageId": "AMI override",
+    "capacityWaitMinutes": "cancel a job that waits this long for capacity",
+}
+_METAFLOW = {"s3AccessRoleArn": "Metaflow task role", "profile": "Metaflow config profile name"}
+
+
+def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> tuple[KitConfig | None, list[Finding]]:
+    """Parse the raw `multinode` object. Returns the model (None when a required part is
+    unusable) and every shape finding. Defaults for region and account come from
+    CDK_DEFAULT_REGION / CDK_DEFAULT_ACCOUNT in `env`."""
+    env = env or {}
+    findings: list[Finding] = []
+    r = _Reader(findings)
+    top = r.obj(raw, "", _TOP)
+
+    region_default = env.get("CDK_DEFAULT_REGION") or ""
+    if top.get("region") is None and region_default:
+        region = region_default
+    else:
+        region = r.required(top, "", "region", str, "", 'e.g. "us-east-1" (or set CDK_DEFAULT_REGION)')
+    az = r.required(top, "", "availabilityZone", str, "", 'e.g. "us-east-1a"; every resource runs in this one AZ')
+    account = r.get(top, "", "account", str, env.get("CDK_DEFAULT_ACCOUNT") or "") or None
+
+    net_raw = r.obj(top.get("network", {}), "network", _NETWORK) if top.get("network") is not None else {}
+    network = NetworkConfig(
+        vpc_id=r.get(net_raw, "network", "vpcId", str, "") or None,
+        subnet_ids=r.str_list(net_raw, "network", "subnetIds"),
+        vpc_cidr=r.get(net_raw, "network", "vpcCidr", str, NetworkConfig.vpc_cidr),
+        ssh_sources=r.str_list(net_raw, "network", "sshSources"),
+        allow_ssh_from_anywhere=r.get(net_raw, "network", "allowSshFromAnywhere", bool, False),
+    )
+
+    queues: list[QueueConfig] = []
+    queue_list = r.required(top, "", "queues", list, [], 'a list with at least one queue, e.g. [{"name": "train", ...}]')
+    if "queues" in top and isinstance(top["queues"], list) and not queue_list:
+        r.error("queues", 'needs at least one queue, e.g. [{"name": "train", "instanceType": "p5.48xlarge", "maxNodes": 2}]')
+    for i, q_raw in enumerate(queue_list):
+        q = _parse_queue(r, q_raw, f"queues[{i}]")
+        if q is not None:
+            queues.append(q)
+
+    mf_raw = r.obj(top.get("metaflow", {}), "metaflow", _METAFLOW) if top.get("metaflow") is not None else {}
+    metaflow = MetaflowConfig(
+        s3_access_role_arn=r.get(mf_raw, "metaflow", "s3AccessRoleArn", str, "") or None,
+        profile=r.get(mf_raw, "metaflow", "profile", str, MetaflowConfig.profile),
+    )
+
+    tags_raw = r.get(top, "", "tags", dict, {})
+    tags: list[tuple[str, str]] = []
+    for key, value in tags_raw.items():
+        if isinstance(value, str):
+            tags.append((key, value))
+        else:
+            r.error(f"tags.{key}", f"must be a string, got {_describe(value)}")
+
+    stack_name = r.get(top, "", "stackName", str, KitConfig.stack_name)
+    if any(f.level == "error" for f in findings) and (not region or not az or len(queues) != len(queue_list)):
+        return None, findings
+    return (
+        KitConfig(
+            region=region,
+            availability_zone=az,
+            queues=tuple(queues),
+            stack_name=stack_name,
+            account=account,
+            network=network,
+            metaflow=metaflow,
+            tags=tuple(sorted(tags)),
+        ),
+        findings,
+    )
+
+
+def _parse_queue(r: _Reader, raw: Any, path: str) -> QueueConfig | None:
+    if not isinstance(raw, dict):
+        r.error(path, f"must be an object, got {_describe(raw)}")
+        return None
+    r.obj(raw, path, _QUEUE)
+    before = len(r.findings)
+    name = r.required(raw, path, "name", str, "", 'e.g. "train"')
+    instance_type = r.required(raw, path, "instanceType", str, "", 'e.g. "p5.48xlarge"')
+    max_nodes = r.required(raw, path, "maxNodes", int, 0, "the largest job, in nodes (at least 2)")
+    efa: int | Literal["max"] = "max"
+    efa_raw = raw.get("efaInterfaces")
+    if efa_raw is not None:
+        if efa_raw == "max" or (isinstance(efa_raw, int) and not isinstance(efa_raw, bool)):
+            efa = efa_raw
+        else:
+            r.error(f"{path}.efaInterfaces", f'must be "max" or a whole number, got {_describe(efa_raw)}')
+    queue = QueueConfig(
+        name=name,
+        instance_type=instance_type,
+        max_nodes=max_nodes,
+        min_nodes=r.get(raw, path, "minNodes", int, 0),
+        efa_interfaces=efa,
+        root_volume_gib=r.get(raw, path, "rootVolumeGiB", int, QueueConfig.root_volume_gib),
+        image_id=r.get(raw, path, "imageId", str, "") or None,
+        capacity_wait_minutes=r.get(raw, path, "capacityWaitMinutes", int, QueueConfig.capacity_wait_minutes),
+    )
+    required_missing = any(
+        f.path in (f"{path}.name", f"{path}.instanceType", f"{path}.maxNodes") for f in r.findings[before:]
+    )
+    return None if required_missing else queue
+
+
+def read_raw_config(config_file: str | Path | None, context: Mapping[str, Any] | None) -> tuple[Any, list[Finding]]:
+    """The raw `multinode` object, from a file when one is given, else from cdk.json's context."""
+    if config_file:
+        path = Path(config_file)
+        try:
+            return json.loads(path.read_text(encoding="utf-8")), []
+        except FileNotFoundError:
+            return None, [Finding("error", "config", f"file {str(path)!r} not found; pass an existing JSON file")]
+        except json.JSONDecodeError as exc:
+            return None, [Finding("error", "config", f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}")]
+    if context is None or "multinode" not in context:
+        return None, [Finding("error", "multinode", "no config: add a `multinode` object to cdk.json's context or pass -c config=FILE")]
+    return context["multinode"], []
+
+
+def load_cdk_json_context(project_dir: Path) -> dict[str, Any]:
+    path = project_dir / "cdk.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    context: dict[str, Any] = data.get("context", {})
+    return context
+
+
+Validator = Callable[[KitConfig], list[Finding]]
