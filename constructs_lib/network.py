@@ -38,9 +38,7 @@ class MultinodeVpc(Construct):
                     subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS,
                     cidr_mask=private_subnet_prefix,
                 ),
-                ec2.SubnetConfiguration(
-                    name="Nat", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=public_subnet_prefix
-                ),
+                ec2.SubnetConfiguration(name="Nat", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=public_subnet_prefix),
             ],
             # MNP task ENIs use the VPC's default security group when the CE names none,
             # which is always so with an EFA launch template: its self rule must stay.

@@ -36,9 +36,7 @@ def user_data_scripts() -> list[Path]:
 class MultinodeStack(Stack):
     """Attributes: `vpc`, `subnet_ids`, `security_group`, `queues` (name -> constructs)."""
 
-    def __init__(
-        self, scope: Construct, construct_id: str, *, config: KitConfig, plans: tuple[QueuePlan, ...]
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, plans: tuple[QueuePlan, ...]) -> None:
         super().__init__(
             scope,
             construct_id,
@@ -133,9 +131,7 @@ class MultinodeStack(Stack):
             "LaunchTemplateVersion": template.version,
         }
         for field in out.QUEUE_FIELDS:
-            CfnOutput(
-                self, out.queue_key(key, field), value=values[field], description=f"queue {q.name}: {field}"
-            )
+            CfnOutput(self, out.queue_key(key, field), value=values[field], description=f"queue {q.name}: {field}")
 
     def _add_stack_outputs(self, config: KitConfig, plans: tuple[QueuePlan, ...]) -> None:
         CfnOutput(self, out.VPC_ID, value=self.vpc.vpc_id)

@@ -68,10 +68,7 @@ class StackOutputs:
 def parse_outputs(outputs: Iterable[Mapping[str, str]] | Mapping[str, str]) -> StackOutputs:
     """From CloudFormation DescribeStacks `Outputs` (list of OutputKey/OutputValue) or a
     plain key->value mapping. Raises KeyError naming the first missing output."""
-    if isinstance(outputs, Mapping):
-        values = dict(outputs)
-    else:
-        values = {o["OutputKey"]: o["OutputValue"] for o in outputs}
+    values = dict(outputs) if isinstance(outputs, Mapping) else {o["OutputKey"]: o["OutputValue"] for o in outputs}
     from stacks.plan import pascal
 
     queues = []

@@ -1,0 +1,77 @@
+"""Shared fixtures: configs under tests/configs/ and one in-process synth per config per
+test session (a synth costs seconds; every template test reuses it)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+os.environ.setdefault("CDK_DISABLE_CLI_TELEMETRY", "true")
+
+
+def default_config() -> dict[str, Any]:
+    """The `multinode` object of cdk.json: what a newcomer deploys."""
+    raw: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]["multinode"]
+    return raw
+
+
+def named_config(name: str) -> dict[str, Any]:
+    if name == "default":
+        return default_config()
+    raw: dict[str, Any] = json.loads((CONFIG_DIR / f"{name}.json").read_text())
+    return raw
+
+
+@dataclass
+class Synth:
+    name: str
+    config: Any  # stacks.config.KitConfig
+    stack: Any  # stacks.multinode_stack.MultinodeStack
+    template: Any  # aws_cdk.assertions.Template
+    template_json: dict[str, Any]
+    outdir: Path
+
+    def resources(self, cfn_type: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.template_json["Resources"].items() if v["Type"] == cfn_type}
+
+    def one(self, cfn_type: str) -> dict[str, Any]:
+        found = list(self.resources(cfn_type).values())
+        assert len(found) == 1, f"expected one {cfn_type}, found {len(found)}"
+        return found[0]
+
+
+class _SynthCache:
+    def __init__(self, base: Path):
+        self.base = base
+        self.cache: dict[str, Synth] = {}
+
+    def get(self, name: str) -> Synth:
+        if name not in self.cache:
+            from aws_cdk import App
+            from aws_cdk.assertions import Template
+
+            from stacks.app_builder import build_app, load_config
+
+            config, warnings = load_config(None, {"multinode": named_config(name)}, {})
+            outdir = self.base / name
+            app, stack = build_app(config, warnings, App(outdir=str(outdir)))
+            # A full app synth runs the cdk-nag plugin: unacknowledged findings raise here.
+            app.synth()
+            template = Template.from_stack(stack)
+            self.cache[name] = Synth(name, config, stack, template, template.to_json(), outdir)
+        return self.cache[name]
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> _SynthCache:
+    """`synth.get("p5")` -> Synth of tests/configs/p5.json ("default" = cdk.json)."""
+    return _SynthCache(tmp_path_factory.mktemp("synth"))
