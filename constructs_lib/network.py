@@ -4,7 +4,7 @@ endpoint and VPC flow logs."""
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import Acknowledgment, RemovalPolicy, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -45,6 +45,13 @@ class MultinodeVpc(Construct):
             restrict_default_security_group=False,
             enable_dns_hostnames=True,
             enable_dns_support=True,
+        )
+        Validations.of(self.vpc).acknowledge(
+            Acknowledgment(
+                id="CloudFormation-Validate::W3010",
+                reason="The AZ is pinned on purpose: AWS Batch MNP nodes must share one cluster placement group, "
+                "which lives in a single Availability Zone (aws-facts.md); the user chooses it in the config.",
+            )
         )
         # Images and Metaflow's datastore come from S3; keep that traffic off the NAT.
         self.vpc.add_gateway_endpoint("S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3)

@@ -37,6 +37,7 @@ class MultinodeStack(Stack):
     """Attributes: `vpc`, `subnet_ids`, `security_group`, `queues` (name -> constructs)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, plans: tuple[QueuePlan, ...]) -> None:
+        self._availability_zone = config.availability_zone
         super().__init__(
             scope,
             construct_id,
@@ -87,6 +88,12 @@ class MultinodeStack(Stack):
         for plan in plans:
             self._add_queue(plan, instance_role, scripts, tags)
         self._add_stack_outputs(config, plans)
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The one configured AZ. Without this override a stack with a concrete account asks
+        the CLI for an AZ lookup (network call, credentials) at synth."""
+        return [self._availability_zone]
 
     def _add_queue(
         self, plan: QueuePlan, instance_role: BatchInstanceRole, scripts: list[Path], tags: dict[str, str]

@@ -365,3 +365,11 @@ def test_cdk_nag_passes_with_only_the_documented_acknowledgement(synth, name):
         "AmazonEC2ContainerServiceforEC2Role]" in flat
     )
     assert "ECS agent" in flat  # the acknowledgement says why
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_synth_needs_no_lookup_even_with_an_account(synth, name):
+    # p5 and imported-vpc name an account: a context lookup would make `cdk synth` call AWS.
+    s = synth.get(name)
+    manifest = json.loads((s.outdir / "manifest.json").read_text())
+    assert "missing" not in manifest
