@@ -6,7 +6,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup synth test lint typecheck unit clean
+.PHONY: setup synth test lint typecheck bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,6 +36,10 @@ typecheck: setup
 ## test: lint, type checks and every test tier
 test: setup lint typecheck
 	$(PY) -m pytest
+
+## bench: synth/validate/test timings, bandwidth provisioned, idle cost -> bench/results.md
+bench: setup
+	$(PY) bench/run.py
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache
