@@ -165,7 +165,8 @@ def machine() -> str:
     except OSError:
         pass
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, Node {node}"
+    system = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}"
+    return f"{system}; Python {platform.python_version()}, Node {node}"
 
 
 def main() -> int:

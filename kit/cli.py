@@ -9,6 +9,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("kit.validate", "check a config and print every error and warning"),
     "regen-catalog": ("kit.catalog", "regenerate stacks/data/instance_types.json"),
+    "metaflow-config": ("kit.metaflow_config", "write a Metaflow profile from a deployed stack's outputs"),
 }
 
 

@@ -5,13 +5,16 @@ Source: the ``multinode`` object of cdk.json's context, or a JSON file given wit
 
 Parsing checks shapes only (unknown keys, types, required fields) and collects every
 problem as a Finding with its key path; rules that need the instance catalog or several
-fields at once live in stacks/validators.py. Nothing here imports aws_cdk.
+fields at once live in stacks/validators.py. Parsing never raises, whatever the JSON: a
+field with a bad shape gets its default (or a placeholder) so that the validators can
+still report every other problem in the same run. Nothing here imports aws_cdk.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -83,6 +86,7 @@ class ConfigError(Exception):
 T = TypeVar("T")
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "an object"}
+ROOT_PATH = "(config)"
 
 
 class _Reader:
@@ -97,14 +101,20 @@ class _Reader:
     def obj(self, raw: Any, path: str, allowed: Mapping[str, str]) -> dict[str, Any]:
         """`allowed` maps each known key to a one-line description used in typo messages."""
         if not isinstance(raw, dict):
-            self.error(path or "(config)", f"must be an object, got {_describe(raw)}")
+            self.error(path or ROOT_PATH, f"must be an object, got {_describe(raw)}")
             return {}
         for key in raw:
             if key not in allowed:
-                hint = _closest(key, list(allowed))
-                valid = f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(allowed)}"
-                self.error(_join(path, key), f"unknown key; {valid}")
+                hint = _closest(str(key), list(allowed))
+                valid = f"did you mean {hint!r}?" if hint else f"valid keys here: {', '.join(allowed)}"
+                self.error(_join(path, str(key)), f"unknown key; {valid}")
         return raw
+
+    def section(self, raw: Mapping[str, Any], key: str, allowed: Mapping[str, str]) -> dict[str, Any]:
+        """An optional nested object (`network`, `metaflow`); null or absent means all defaults."""
+        if raw.get(key) is None:
+            return {}
+        return self.obj(raw[key], key, allowed)
 
     def get(self, raw: Mapping[str, Any], path: str, key: str, kind: type[T], default: T) -> T:
         if key not in raw or raw[key] is None:
@@ -143,13 +153,12 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return json.dumps(value)
     if isinstance(value, (int, float, str)):
-        return f"{type(value).__name__} {json.dumps(value)}"
+        text = json.dumps(value)
+        return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
     return "a list" if isinstance(value, list) else "an object"
 
 
 def _closest(key: str, candidates: list[str]) -> str | None:
-    import difflib
-
     match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     lowered = {c.lower(): c for c in candidates}
     return match[0] if match else lowered.get(key.lower())
@@ -184,25 +193,28 @@ _QUEUE = {
 }
 _METAFLOW = {"s3AccessRoleArn": "Metaflow task role", "profile": "Metaflow config profile name"}
 
+_QUEUE_EXAMPLE = '{"name": "train", "instanceType": "p5.48xlarge", "maxNodes": 2}'
 
-def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> tuple[KitConfig | None, list[Finding]]:
-    """Parse the raw `multinode` object. Returns the model (None when a required part is
-    unusable) and every shape finding. Defaults for region and account come from
-    CDK_DEFAULT_REGION / CDK_DEFAULT_ACCOUNT in `env`."""
+
+def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> tuple[KitConfig, list[Finding]]:
+    """Parse the raw `multinode` object into the model and every shape finding.
+
+    The model is always returned, with defaults or placeholders ("" / 0) where a field was
+    missing or malformed; callers must treat it as unusable when any finding is an error.
+    The account defaults to CDK_DEFAULT_ACCOUNT in `env`. The region has no default: the
+    cdk CLI always sets CDK_DEFAULT_REGION (us-east-1 when nothing is configured), so a
+    default would make `cdk synth` accept a config that `python -m kit validate` rejects.
+    """
     env = env or {}
     findings: list[Finding] = []
     r = _Reader(findings)
     top = r.obj(raw, "", _TOP)
 
-    region_default = env.get("CDK_DEFAULT_REGION") or ""
-    if top.get("region") is None and region_default:
-        region = region_default
-    else:
-        region = r.required(top, "", "region", str, "", 'e.g. "us-east-1" (or set CDK_DEFAULT_REGION)')
+    region = r.required(top, "", "region", str, "", 'e.g. "us-east-1"')
     az = r.required(top, "", "availabilityZone", str, "", 'e.g. "us-east-1a"; every resource runs in this one AZ')
     account = r.get(top, "", "account", str, env.get("CDK_DEFAULT_ACCOUNT") or "") or None
 
-    net_raw = r.obj(top.get("network", {}), "network", _NETWORK) if top.get("network") is not None else {}
+    net_raw = r.section(top, "network", _NETWORK)
     network = NetworkConfig(
         vpc_id=r.get(net_raw, "network", "vpcId", str, "") or None,
         subnet_ids=r.str_list(net_raw, "network", "subnetIds"),
@@ -210,17 +222,19 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> tuple[KitCon
         ssh_sources=r.str_list(net_raw, "network", "sshSources"),
         allow_ssh_from_anywhere=r.get(net_raw, "network", "allowSshFromAnywhere", bool, False),
     )
+    if network.vpc_id is not None and net_raw.get("vpcCidr") is not None:
+        findings.append(
+            Finding("warning", "network.vpcCidr", "is ignored with network.vpcId (the kit creates no VPC); remove it")
+        )
 
-    queues: list[QueueConfig] = []
-    queue_list = r.required(top, "", "queues", list, [], 'a list with at least one queue, e.g. [{"name": "train", ...}]')
-    if "queues" in top and isinstance(top["queues"], list) and not queue_list:
-        r.error("queues", 'needs at least one queue, e.g. [{"name": "train", "instanceType": "p5.48xlarge", "maxNodes": 2}]')
-    for i, q_raw in enumerate(queue_list):
-        q = _parse_queue(r, q_raw, f"queues[{i}]")
-        if q is not None:
-            queues.append(q)
+    queue_list = r.required(top, "", "queues", list, [], f"a list with at least one queue, e.g. [{_QUEUE_EXAMPLE}]")
+    if isinstance(top.get("queues"), list) and not queue_list:
+        r.error("queues", f"needs at least one queue, e.g. [{_QUEUE_EXAMPLE}]")
+    # One entry per raw queue, placeholders included, so that queues[i] in a validator's
+    # finding is the i-th queue of the file.
+    queues = tuple(_parse_queue(r, q_raw, f"queues[{i}]") for i, q_raw in enumerate(queue_list))
 
-    mf_raw = r.obj(top.get("metaflow", {}), "metaflow", _METAFLOW) if top.get("metaflow") is not None else {}
+    mf_raw = r.section(top, "metaflow", _METAFLOW)
     metaflow = MetaflowConfig(
         s3_access_role_arn=r.get(mf_raw, "metaflow", "s3AccessRoleArn", str, "") or None,
         profile=r.get(mf_raw, "metaflow", "profile", str, MetaflowConfig.profile),
@@ -230,37 +244,29 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> tuple[KitCon
     tags: list[tuple[str, str]] = []
     for key, value in tags_raw.items():
         if isinstance(value, str):
-            tags.append((key, value))
+            tags.append((str(key), value))
         else:
             r.error(f"tags.{key}", f"must be a string, got {_describe(value)}")
 
     stack_name = r.get(top, "", "stackName", str, KitConfig.stack_name)
-    if any(f.level == "error" for f in findings) and (not region or not az or len(queues) != len(queue_list)):
-        return None, findings
-    return (
-        KitConfig(
-            region=region,
-            availability_zone=az,
-            queues=tuple(queues),
-            stack_name=stack_name,
-            account=account,
-            network=network,
-            metaflow=metaflow,
-            tags=tuple(sorted(tags)),
-        ),
-        findings,
+    config = KitConfig(
+        region=region,
+        availability_zone=az,
+        queues=queues,
+        stack_name=stack_name,
+        account=account,
+        network=network,
+        metaflow=metaflow,
+        tags=tuple(sorted(tags)),
     )
+    return config, findings
 
 
-def _parse_queue(r: _Reader, raw: Any, path: str) -> QueueConfig | None:
+def _parse_queue(r: _Reader, raw: Any, path: str) -> QueueConfig:
     if not isinstance(raw, dict):
-        r.error(path, f"must be an object, got {_describe(raw)}")
-        return None
+        r.error(path, f"must be an object like {_QUEUE_EXAMPLE}, got {_describe(raw)}")
+        return QueueConfig(name="", instance_type="", max_nodes=0)
     r.obj(raw, path, _QUEUE)
-    before = len(r.findings)
-    name = r.required(raw, path, "name", str, "", 'e.g. "train"')
-    instance_type = r.required(raw, path, "instanceType", str, "", 'e.g. "p5.48xlarge"')
-    max_nodes = r.required(raw, path, "maxNodes", int, 0, "the largest job, in nodes (at least 2)")
     efa: int | Literal["max"] = "max"
     efa_raw = raw.get("efaInterfaces")
     if efa_raw is not None:
@@ -268,35 +274,66 @@ def _parse_queue(r: _Reader, raw: Any, path: str) -> QueueConfig | None:
             efa = efa_raw
         else:
             r.error(f"{path}.efaInterfaces", f'must be "max" or a whole number, got {_describe(efa_raw)}')
-    queue = QueueConfig(
-        name=name,
-        instance_type=instance_type,
-        max_nodes=max_nodes,
+    return QueueConfig(
+        name=r.required(raw, path, "name", str, "", 'e.g. "train"'),
+        instance_type=r.required(raw, path, "instanceType", str, "", 'e.g. "p5.48xlarge"'),
+        max_nodes=r.required(raw, path, "maxNodes", int, 0, "the largest job, in nodes (at least 2)"),
         min_nodes=r.get(raw, path, "minNodes", int, 0),
         efa_interfaces=efa,
         root_volume_gib=r.get(raw, path, "rootVolumeGiB", int, QueueConfig.root_volume_gib),
         image_id=r.get(raw, path, "imageId", str, "") or None,
         capacity_wait_minutes=r.get(raw, path, "capacityWaitMinutes", int, QueueConfig.capacity_wait_minutes),
     )
-    required_missing = any(
-        f.path in (f"{path}.name", f"{path}.instanceType", f"{path}.maxNodes") for f in r.findings[before:]
-    )
-    return None if required_missing else queue
+
+
+def _read_json(path: Path, what: str) -> tuple[Any, list[Finding]]:
+    """Parsed JSON of `path`, or one finding that says why it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, [Finding("error", what, f"file {str(path)!r} not found; pass an existing JSON file")]
+    except IsADirectoryError:
+        return None, [Finding("error", what, f"{str(path)!r} is a directory; pass a JSON file")]
+    except UnicodeDecodeError as exc:
+        return None, [Finding("error", what, f"{str(path)!r} is not UTF-8 text ({exc.reason}); save it as UTF-8 JSON")]
+    except OSError as exc:
+        return None, [Finding("error", what, f"cannot read {str(path)!r}: {exc.strerror or exc}")]
+    try:
+        return json.loads(text), []
+    except json.JSONDecodeError as exc:
+        return None, [
+            Finding(
+                "error", what, f"{str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            )
+        ]
+    except (ValueError, RecursionError) as exc:
+        # Python refuses integers of more than 4300 digits and nesting deeper than its stack.
+        return None, [Finding("error", what, f"{str(path)!r} cannot be parsed: {exc}")]
 
 
 def read_raw_config(config_file: str | Path | None, context: Mapping[str, Any] | None) -> tuple[Any, list[Finding]]:
     """The raw `multinode` object, from a file when one is given, else from cdk.json's context."""
     if config_file:
-        path = Path(config_file)
-        try:
-            return json.loads(path.read_text(encoding="utf-8")), []
-        except FileNotFoundError:
-            return None, [Finding("error", "config", f"file {str(path)!r} not found; pass an existing JSON file")]
-        except json.JSONDecodeError as exc:
-            return None, [Finding("error", "config", f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}")]
-    if context is None or "multinode" not in context:
-        return None, [Finding("error", "multinode", "no config: add a `multinode` object to cdk.json's context or pass -c config=FILE")]
+        return _read_json(Path(config_file), "config")
+    if not isinstance(context, Mapping) or context.get("multinode") is None:
+        return None, [
+            Finding(
+                "error",
+                "multinode",
+                "no config: add a `multinode` object to cdk.json's context, or pass a JSON file "
+                "(`cdk synth -c config=FILE`, `python -m kit validate --config FILE`)",
+            )
+        ]
     return context["multinode"], []
+
+
+def read_cdk_json_config(project_dir: Path) -> tuple[Any, list[Finding]]:
+    """The raw `multinode` object of `project_dir`/cdk.json's context, never raising."""
+    data, findings = _read_json(project_dir / "cdk.json", "cdk.json")
+    if findings:
+        return None, findings
+    context = data.get("context") if isinstance(data, dict) else None
+    return read_raw_config(None, context if isinstance(context, dict) else None)
 
 
 def load_cdk_json_context(project_dir: Path) -> dict[str, Any]:
@@ -304,6 +341,3 @@ def load_cdk_json_context(project_dir: Path) -> dict[str, Any]:
     data = json.loads(path.read_text(encoding="utf-8"))
     context: dict[str, Any] = data.get("context", {})
     return context
-
-
-Validator = Callable[[KitConfig], list[Finding]]
