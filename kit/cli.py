@@ -9,6 +9,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("kit.validate", "check a config and print every error and warning"),
     "regen-catalog": ("kit.catalog", "regenerate stacks/data/instance_types.json"),
+    "doctor": ("kit.doctor", "check a deployed stack's live resources and print a fix for each problem"),
     "metaflow-config": ("kit.metaflow_config", "write a Metaflow profile from a deployed stack's outputs"),
 }
 
