@@ -201,16 +201,33 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> tuple[KitCon
 
     The model is always returned, with defaults or placeholders ("" / 0) where a field was
     missing or malformed; callers must treat it as unusable when any finding is an error.
-    The account defaults to CDK_DEFAULT_ACCOUNT in `env`. The region has no default: the
-    cdk CLI always sets CDK_DEFAULT_REGION (us-east-1 when nothing is configured), so a
-    default would make `cdk synth` accept a config that `python -m kit validate` rejects.
+    The account defaults to CDK_DEFAULT_ACCOUNT and the region to CDK_DEFAULT_REGION in
+    `env`. The cdk CLI sets CDK_DEFAULT_REGION from the AWS profile (us-east-1 when nothing
+    is configured), so a region taken from there is reported as a warning: the user sees
+    where the stack would go, and the AZ check catches a mismatch.
     """
     env = env or {}
     findings: list[Finding] = []
     r = _Reader(findings)
+    if not isinstance(raw, dict):
+        # Nothing below could be read: one finding, not one per required key.
+        r.obj(raw, "", _TOP)
+        return KitConfig(region="", availability_zone="", queues=()), findings
     top = r.obj(raw, "", _TOP)
 
-    region = r.required(top, "", "region", str, "", 'e.g. "us-east-1"')
+    env_region = env.get("CDK_DEFAULT_REGION") or ""
+    if top.get("region") is None and env_region:
+        region = env_region
+        findings.append(
+            Finding(
+                "warning",
+                "region",
+                f"not set; using {env_region!r} from CDK_DEFAULT_REGION (the AWS profile's "
+                "region, or us-east-1 when none is configured): set region explicitly to be sure",
+            )
+        )
+    else:
+        region = r.required(top, "", "region", str, "", 'e.g. "us-east-1" (or set CDK_DEFAULT_REGION)')
     az = r.required(top, "", "availabilityZone", str, "", 'e.g. "us-east-1a"; every resource runs in this one AZ')
     account = r.get(top, "", "account", str, env.get("CDK_DEFAULT_ACCOUNT") or "") or None
 
