@@ -57,8 +57,16 @@ class EfaLaunchTemplate(Construct):
         root_volume_gib: int,
         user_data_scripts: Sequence[Path],
         tags: Mapping[str, str] | None = None,
+        capacity_reservation_id: str | None = None,
+        capacity_reservation_group_arn: str | None = None,
+        capacity_block: bool = False,
     ) -> None:
+        """`capacity_reservation_id` or `capacity_reservation_group_arn` targets reserved
+        capacity; `capacity_block` marks the reservation as an EC2 Capacity Block for ML,
+        which also needs market type "capacity-block" (aws-facts.md, Capacity)."""
         super().__init__(scope, construct_id)
+        if capacity_block and not capacity_reservation_id:
+            raise ValueError("a Capacity Block needs its reservation id")
         self.user_data = render_user_data(user_data_scripts)
         interfaces = [
             ec2.CfnLaunchTemplate.NetworkInterfaceProperty(
@@ -105,7 +113,28 @@ class EfaLaunchTemplate(Construct):
                 ],
                 user_data=Fn.base64(self.user_data),
                 tag_specifications=tag_specs,
+                capacity_reservation_specification=_capacity_spec(
+                    capacity_reservation_id, capacity_reservation_group_arn
+                ),
+                instance_market_options=(
+                    ec2.CfnLaunchTemplate.InstanceMarketOptionsProperty(market_type="capacity-block")
+                    if capacity_block
+                    else None
+                ),
             ),
         )
         self.launch_template_id: str = self.launch_template.ref
         self.version: str = self.launch_template.attr_latest_version_number
+
+
+def _capacity_spec(
+    reservation_id: str | None, group_arn: str | None
+) -> ec2.CfnLaunchTemplate.CapacityReservationSpecificationProperty | None:
+    if reservation_id is None and group_arn is None:
+        return None
+    return ec2.CfnLaunchTemplate.CapacityReservationSpecificationProperty(
+        capacity_reservation_target=ec2.CfnLaunchTemplate.CapacityReservationTargetProperty(
+            capacity_reservation_id=reservation_id,
+            capacity_reservation_resource_group_arn=group_arn,
+        )
+    )

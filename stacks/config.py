@@ -42,6 +42,21 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class CapacityConfig:
+    """Where a queue's instances come from, besides plain On-Demand.
+
+    kind "reservation": a targeted On-Demand Capacity Reservation (`reservation_id`);
+    "reservation-group": a resource group of reservations (`reservation_group_arn`);
+    "capacity-block": an EC2 Capacity Block for ML (`reservation_id`, market type
+    capacity-block).
+    """
+
+    kind: Literal["reservation", "reservation-group", "capacity-block"]
+    reservation_id: str | None = None
+    reservation_group_arn: str | None = None
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     name: str
     instance_type: str
@@ -51,6 +66,7 @@ class QueueConfig:
     root_volume_gib: int = 200
     image_id: str | None = None
     capacity_wait_minutes: int = 60
+    capacity: CapacityConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +197,16 @@ _NETWORK = {
     "sshSources": "CIDRs or sg- ids allowed on port 22",
     "allowSshFromAnywhere": "permit 0.0.0.0/0 or ::/0 in sshSources",
 }
+_CAPACITY = {
+    "reservationId": "On-Demand Capacity Reservation id (cr-...)",
+    "reservationGroupArn": "ARN of a resource group of capacity reservations",
+    "capacityBlockId": "Capacity Block reservation id (cr-...)",
+    "type": '"capacity-block" with capacityBlockId',
+}
+_CAPACITY_EXAMPLES = (
+    '{"reservationId": "cr-..."}, {"reservationGroupArn": "arn:aws:resource-groups:..."} or '
+    '{"capacityBlockId": "cr-...", "type": "capacity-block"}'
+)
 _QUEUE = {
     "name": "short queue name",
     "instanceType": "EC2 instance type",
@@ -190,6 +216,7 @@ _QUEUE = {
     "rootVolumeGiB": "root volume size",
     "imageId": "AMI override",
     "capacityWaitMinutes": "cancel a job that waits this long for capacity",
+    "capacity": "capacity reservation or Capacity Block to launch into",
 }
 _METAFLOW = {"s3AccessRoleArn": "Metaflow task role", "profile": "Metaflow config profile name"}
 
@@ -300,7 +327,48 @@ def _parse_queue(r: _Reader, raw: Any, path: str) -> QueueConfig:
         root_volume_gib=r.get(raw, path, "rootVolumeGiB", int, QueueConfig.root_volume_gib),
         image_id=r.get(raw, path, "imageId", str, "") or None,
         capacity_wait_minutes=r.get(raw, path, "capacityWaitMinutes", int, QueueConfig.capacity_wait_minutes),
+        capacity=_parse_capacity(r, raw, path),
     )
+
+
+def _parse_capacity(r: _Reader, queue_raw: Mapping[str, Any], path: str) -> CapacityConfig | None:
+    """One of the three capacity forms; the combinations AWS refuses are errors here."""
+    if queue_raw.get("capacity") is None:
+        return None
+    cpath = f"{path}.capacity"
+    raw = r.obj(queue_raw["capacity"], cpath, _CAPACITY)
+    if not isinstance(queue_raw["capacity"], dict):
+        return None
+    reservation = r.get(raw, cpath, "reservationId", str, "") or None
+    group = r.get(raw, cpath, "reservationGroupArn", str, "") or None
+    block = r.get(raw, cpath, "capacityBlockId", str, "") or None
+    kind = r.get(raw, cpath, "type", str, "") or None
+    given = [
+        k for k, v in (("reservationId", reservation), ("reservationGroupArn", group), ("capacityBlockId", block)) if v
+    ]
+    if len(given) != 1:
+        # A launch template targets one reservation or one group (CapacityReservationTarget).
+        what = "none" if not given else " and ".join(given)
+        r.error(
+            cpath,
+            f"must name exactly one of reservationId, reservationGroupArn, capacityBlockId (got {what}); "
+            f"e.g. {_CAPACITY_EXAMPLES}",
+        )
+        return None
+    if block and kind != "capacity-block":
+        r.error(
+            f"{cpath}.type",
+            'must be "capacity-block" with capacityBlockId (Capacity Blocks launch with market type capacity-block)',
+        )
+        return None
+    if not block and kind is not None:
+        r.error(f"{cpath}.type", f'{kind!r} is only valid as "capacity-block" together with capacityBlockId; remove it')
+        return None
+    if block:
+        return CapacityConfig(kind="capacity-block", reservation_id=block)
+    if group:
+        return CapacityConfig(kind="reservation-group", reservation_group_arn=group)
+    return CapacityConfig(kind="reservation", reservation_id=reservation)
 
 
 def _read_json(path: Path, what: str) -> tuple[Any, list[Finding]]:

@@ -108,6 +108,9 @@ class MultinodeStack(Stack):
             root_volume_gib=q.root_volume_gib,
             user_data_scripts=scripts,
             tags={**tags, "metaflow-multinode:queue": q.name},
+            capacity_reservation_id=q.capacity.reservation_id if q.capacity else None,
+            capacity_reservation_group_arn=q.capacity.reservation_group_arn if q.capacity else None,
+            capacity_block=q.capacity is not None and q.capacity.kind == "capacity-block",
         )
         queue = MultinodeQueue(
             self,

@@ -41,6 +41,8 @@ SG_ID_RE = re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
 AMI_ID_RE = re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$")
 ROLE_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 PROFILE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+RESERVATION_ID_RE = re.compile(r"^cr-([0-9a-f]{8}|[0-9a-f]{17})$")
+RESOURCE_GROUP_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:resource-groups:[a-z0-9-]+:\d{12}:group/[\w.-]{1,300}$")
 
 ROOT_VOLUME_MIN_GIB = 30  # the ECS-optimized AL2023 GPU AMI's snapshot is 30 GiB
 ROOT_VOLUME_MAX_GIB = 16384  # gp3 maximum
@@ -586,6 +588,72 @@ def queue_image_and_wait(path: str, q: QueueConfig, _: Catalog) -> list[Finding]
     return out
 
 
+def queue_capacity(path: str, q: QueueConfig, catalog: Catalog) -> list[Finding]:
+    """Capacity reservations and Capacity Blocks (aws-facts.md, Capacity)."""
+    cap = q.capacity
+    if cap is None:
+        return []
+    cpath = f"{path}.capacity"
+    out = []
+    if cap.kind == "reservation-group":
+        arn = cap.reservation_group_arn or ""
+        if not RESOURCE_GROUP_ARN_RE.match(arn):
+            out.append(
+                _err(
+                    f"{cpath}.reservationGroupArn",
+                    f"{arn!r} is not a resource group ARN; e.g. "
+                    '"arn:aws:resource-groups:us-east-1:123456789012:group/my-reservations"',
+                )
+            )
+        return out
+    key = "capacityBlockId" if cap.kind == "capacity-block" else "reservationId"
+    if not RESERVATION_ID_RE.match(cap.reservation_id or ""):
+        out.append(
+            _err(
+                f"{cpath}.{key}",
+                f'{cap.reservation_id!r} is not a capacity reservation id; e.g. "cr-0123456789abcdef0"',
+            )
+        )
+    facts = catalog.get(q.instance_type)
+    if cap.kind == "capacity-block":
+        if facts is not None and "capacity-block" not in facts.usage_classes:
+            out.append(
+                _err(
+                    f"{path}.instanceType",
+                    f"{q.instance_type} is not sold as EC2 Capacity Blocks for ML "
+                    "(DescribeInstanceTypes SupportedUsageClasses); use a reservationId instead, or a "
+                    "type such as p5.48xlarge",
+                )
+            )
+        if q.min_nodes > 0:
+            out.append(
+                _warn(
+                    f"{path}.minNodes",
+                    "a Capacity Block exists only for its time window: keep minNodes "
+                    "0, or instances stay requested after the block ends and the CE cannot scale",
+                )
+            )
+        out.append(
+            _warn(
+                cpath,
+                "Capacity Block instances are already placed together; the kit's cluster placement "
+                "group must match the block or launches fail. If jobs stay RUNNABLE, check the CE's "
+                "activity with `python -m kit doctor`. Set maxNodes to the block's instance count; when "
+                "the block ends its instances are terminated and running jobs fail",
+            )
+        )
+    else:
+        out.append(
+            _warn(
+                cpath,
+                "a targeted On-Demand Capacity Reservation serves launches in a cluster placement "
+                "group only if it was created in that placement group; otherwise instances launch "
+                "outside the reservation (On-Demand) or fail. Check with `python -m kit doctor`",
+            )
+        )
+    return out
+
+
 CHECKS: tuple[Check, ...] = (
     check_region_and_az,
     check_stack_and_account,
@@ -602,6 +670,7 @@ CHECKS: tuple[Check, ...] = (
     per_queue(queue_nodes),
     per_queue(queue_root_volume),
     per_queue(queue_image_and_wait),
+    per_queue(queue_capacity),
     check_subnet_capacity,
 )
 

@@ -67,6 +67,9 @@ class Case:
     contains: tuple[str, ...] = field(default=())
 
 
+GROUP_ARN = "arn:aws:resource-groups:us-east-1:123456789012:group/gpu-reservations"
+
+
 def _typo_queue() -> dict[str, Any]:
     cfg = queue(instanceType=DROP)
     cfg["queues"][0]["instanceTyp"] = "p4d.24xlarge"
@@ -211,10 +214,60 @@ INVALID: tuple[Case, ...] = (
         queue(minNodes=-2, efaInterface=4, rootVolumeGiB=10),
         ("queues[0].minNodes", "queues[0].efaInterface", "queues[0].rootVolumeGiB"),
     ),
+    # capacity (issue 7): combinations AWS refuses
+    Case("capacity-not-object", queue(capacity="cr-0123456789abcdef0"), ("queues[0].capacity",)),
+    Case("capacity-empty", queue(capacity={}), ("queues[0].capacity",)),
+    Case(
+        "capacity-two-targets",
+        queue(capacity={"reservationId": "cr-0123456789abcdef0", "reservationGroupArn": GROUP_ARN}),
+        ("queues[0].capacity",),
+    ),
+    Case(
+        "capacity-unknown-key",
+        queue(capacity={"reservationID": "cr-0123456789abcdef0"}),
+        ("queues[0].capacity.reservationID", "queues[0].capacity"),
+    ),
+    Case(
+        "capacity-bad-reservation-id", queue(capacity={"reservationId": "r-123"}), ("queues[0].capacity.reservationId",)
+    ),
+    Case(
+        "capacity-bad-group-arn",
+        queue(capacity={"reservationGroupArn": "arn:aws:iam::123456789012:group/x"}),
+        ("queues[0].capacity.reservationGroupArn",),
+    ),
+    Case(
+        "capacity-block-without-type",
+        queue(capacity={"capacityBlockId": "cr-0123456789abcdef0"}),
+        ("queues[0].capacity.type",),
+    ),
+    Case(
+        "capacity-type-without-block",
+        queue(capacity={"reservationId": "cr-0123456789abcdef0", "type": "capacity-block"}),
+        ("queues[0].capacity.type",),
+    ),
+    Case(
+        "capacity-block-type-not-sold-as-blocks",
+        queue(
+            instanceType="g6e.48xlarge", capacity={"capacityBlockId": "cr-0123456789abcdef0", "type": "capacity-block"}
+        ),
+        ("queues[0].instanceType",),
+    ),
 )
 
 
 WARNINGS: tuple[Case, ...] = (
+    Case(
+        "capacity-reservation-placement",
+        queue(capacity={"reservationId": "cr-0123456789abcdef0"}),
+        warnings=("queues[0].capacity",),
+        contains=("created in that placement group",),
+    ),
+    Case(
+        "capacity-block-min-nodes",
+        queue(minNodes=1, capacity={"capacityBlockId": "cr-0123456789abcdef0", "type": "capacity-block"}),
+        warnings=("queues[0].minNodes", "queues[0].minNodes", "queues[0].capacity"),
+        contains=("time window", "block ends"),
+    ),
     Case(
         "ssh-from-anywhere-allowed",
         network(sshSources=["0.0.0.0/0"], allowSshFromAnywhere=True),

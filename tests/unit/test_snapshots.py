@@ -54,7 +54,7 @@ def test_p5_snapshot_has_32_efa_interfaces_on_32_cards(synth):
     assert len(efa) == 32 and len({n["NetworkCardIndex"] for n in efa}) == 32
 
 
-@pytest.mark.parametrize("name", ["default", "p5", "p4d", "imported-vpc", "two-queues"])
+@pytest.mark.parametrize("name", ["default", "p5", "p4d", "imported-vpc", "two-queues", "capacity"])
 def test_cfn_lint_finds_no_error(synth, name):
     from cfnlint.api import lint_all
 

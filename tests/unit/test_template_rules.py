@@ -13,7 +13,7 @@ from aws_cdk.assertions import Capture, Match
 
 from stacks import outputs as out
 
-ALL = ["default", "p5", "p4d", "imported-vpc", "two-queues"]
+ALL = ["default", "p5", "p4d", "imported-vpc", "two-queues", "capacity"]
 LAUNCH_TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "launch_templates"
 
 
@@ -373,3 +373,43 @@ def test_synth_needs_no_lookup_even_with_an_account(synth, name):
     s = synth.get(name)
     manifest = json.loads((s.outdir / "manifest.json").read_text())
     assert "missing" not in manifest
+
+
+# --- capacity reservations and Capacity Blocks -----------------------------------------------
+
+
+def _lt_for_queue(s, queue_id_name: str) -> dict:  # type: ignore[no-untyped-def]
+    (lt,) = [v for k, v in s.resources("AWS::EC2::LaunchTemplate").items() if k.startswith(queue_id_name)]
+    data: dict = lt["Properties"]["LaunchTemplateData"]
+    return data
+
+
+def test_targeted_reservation_goes_into_the_launch_template(synth):
+    data = _lt_for_queue(synth.get("capacity"), "Odcr")
+    assert data["CapacityReservationSpecification"] == {
+        "CapacityReservationTarget": {"CapacityReservationId": "cr-0123456789abcdef0"}
+    }
+    assert "InstanceMarketOptions" not in data
+
+
+def test_reservation_group_goes_into_the_launch_template(synth):
+    data = _lt_for_queue(synth.get("capacity"), "Group")
+    assert data["CapacityReservationSpecification"] == {
+        "CapacityReservationTarget": {
+            "CapacityReservationResourceGroupArn": "arn:aws:resource-groups:us-east-1:123456789012:group/"
+            "gpu-reservations"
+        }
+    }
+
+
+def test_capacity_block_sets_market_type(synth):
+    data = _lt_for_queue(synth.get("capacity"), "Block")
+    assert data["CapacityReservationSpecification"]["CapacityReservationTarget"] == {
+        "CapacityReservationId": "cr-0fedcba9876543210"
+    }
+    assert data["InstanceMarketOptions"] == {"MarketType": "capacity-block"}
+
+
+def test_no_capacity_means_plain_on_demand(synth):
+    data = _lt_data(synth.get("default"))
+    assert "CapacityReservationSpecification" not in data and "InstanceMarketOptions" not in data
