@@ -28,7 +28,7 @@ synth: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/shellcheck launch_templates/*.sh .ci/run
+	$(VENV)/bin/shellcheck launch_templates/*.sh kit/*.sh .ci/run
 
 typecheck: setup
 	$(VENV)/bin/mypy

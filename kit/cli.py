@@ -9,8 +9,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("kit.validate", "check a config and print every error and warning"),
     "regen-catalog": ("kit.catalog", "regenerate stacks/data/instance_types.json"),
+    "sandbox": ("kit.sandbox.cli", "start/stop/check the local AWS emulator (up|down|status|reset)"),
+    "demo": ("kit.sandbox.demo", "deploy cdk.json's config into the local sandbox and verify it"),
     "doctor": ("kit.doctor", "check a deployed stack's live resources and print a fix for each problem"),
     "metaflow-config": ("kit.metaflow_config", "write a Metaflow profile from a deployed stack's outputs"),
+    "smoke": ("kit.smoke", "run an EFA/NCCL all_reduce smoke test on a queue and judge it"),
 }
 
 
