@@ -6,7 +6,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup synth test lint typecheck bench clean
+.PHONY: setup demo demo-down synth test lint typecheck bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,14 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 setup: $(VENV)/.installed node_modules/.installed
+
+## demo: deploy the kit into a local AWS emulator with the real cdk CLI, write the Metaflow profile, run doctor
+demo: setup
+	$(PY) -m kit demo
+
+## demo-down: stop the local AWS emulator
+demo-down: setup
+	$(PY) -m kit sandbox down
 
 ## synth: print the CloudFormation template of the config in cdk.json (no AWS credentials needed)
 synth: setup
