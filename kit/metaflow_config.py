@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from kit.aws_errors import describe_aws_error
 from stacks.catalog import InstanceFacts, load_catalog
 from stacks.outputs import QueueOutputs, StackOutputs, parse_outputs
 
@@ -438,33 +439,6 @@ def run(args: argparse.Namespace, session: Any, out: TextIO) -> int:
     return 0
 
 
-def _aws_error_message(e: Exception) -> str:
-    from botocore.exceptions import (
-        ClientError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        NoRegionError,
-        PartialCredentialsError,
-        ProfileNotFound,
-    )
-
-    if isinstance(e, NoCredentialsError | PartialCredentialsError):
-        return (
-            f"no usable AWS credentials ({e}): configure them (aws configure, AWS_PROFILE, "
-            "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
-        )
-    if isinstance(e, NoRegionError):
-        return "no AWS region: pass --region or set AWS_REGION"
-    if isinstance(e, ProfileNotFound):
-        return f"{e} (the AWS_PROFILE environment variable names an unknown AWS profile)"
-    if isinstance(e, EndpointConnectionError):
-        return f"cannot reach AWS: {e}"
-    if isinstance(e, ClientError):
-        err = e.response.get("Error", {})
-        return f"AWS refused the request ({err.get('Code', '?')}): {err.get('Message', e)}"
-    return f"AWS error: {e}"
-
-
 def main(argv: list[str] | None = None) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
@@ -476,5 +450,5 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
     except (BotoCoreError, ClientError) as e:
-        print(f"error: {_aws_error_message(e)}", file=sys.stderr)
+        print(f"error: {describe_aws_error(e)}", file=sys.stderr)
     return 1

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from kit.aws_errors import describe_aws_error
 from stacks.catalog import InstanceFacts, load_catalog
 from stacks.outputs import QueueOutputs, StackOutputs
 
@@ -809,30 +810,6 @@ def check_queue(queue: QueueOutputs, nodes: int) -> None:
         )
 
 
-def _aws_error(exc: Exception) -> str:
-    from botocore.exceptions import (
-        ClientError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        NoRegionError,
-        PartialCredentialsError,
-        ProfileNotFound,
-    )
-
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return f"no usable AWS credentials ({exc}): set AWS_PROFILE or export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-    if isinstance(exc, NoRegionError):
-        return "no AWS region: pass --region or set AWS_REGION"
-    if isinstance(exc, ProfileNotFound):
-        return f"{exc} (AWS_PROFILE names an unknown profile)"
-    if isinstance(exc, EndpointConnectionError):
-        return f"cannot reach AWS: {exc}"
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"AWS refused {exc.operation_name} ({error.get('Code', '?')}): {error.get('Message', exc)}"
-    return f"AWS error: {exc}"
-
-
 def _read_outputs(session: Any, stack_name: str) -> StackOutputs:
     from kit.metaflow_config import ConfigError, fetch_outputs
 
@@ -947,5 +924,5 @@ def main(argv: list[str] | None = None) -> int:
     except SmokeError as exc:
         print(f"smoke: {exc}", file=sys.stderr)
     except (BotoCoreError, ClientError) as exc:
-        print(f"smoke: {_aws_error(exc)}", file=sys.stderr)
+        print(f"smoke: {describe_aws_error(exc)}", file=sys.stderr)
     return EXIT_SETUP
