@@ -49,14 +49,16 @@ app.synth()
 
 
 def _timed(cmd: list[str], cwd: Path, repeat: int) -> float:
+    """Median wall time of `repeat` runs, after one untimed warm-up run (file caches, .pyc)."""
     times = []
-    for _ in range(repeat):
+    for i in range(repeat + 1):
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"bench: {' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-        times.append(elapsed)
+        if i:
+            times.append(elapsed)
     return statistics.median(times)
 
 
