@@ -165,6 +165,22 @@ def _install(target: Any, name: str, value: Any) -> None:
     setattr(target, name, value)
 
 
+def _install_get_att(target: Any, cfn_attribute: str, python_attribute: str) -> None:
+    """Give a moto CloudFormation model the one Fn::GetAtt attribute it lacks."""
+    from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
+
+    def has_cfn_attr(cls: Any, attr: str) -> bool:
+        return attr == cfn_attribute
+
+    def get_cfn_attribute(self: Any, attribute_name: str) -> str:
+        if attribute_name == cfn_attribute:
+            return str(getattr(self, python_attribute))
+        raise UnformattedGetAttTemplateException()
+
+    _install(target, "has_cfn_attr", classmethod(has_cfn_attr))
+    _install(target, "get_cfn_attribute", get_cfn_attribute)
+
+
 # --------------------------------------------------------------------------------------------
 # EC2 placement groups (API and CloudFormation)
 # --------------------------------------------------------------------------------------------
@@ -259,17 +275,6 @@ def _make_placement_group_class() -> type:
             return "AWS::EC2::PlacementGroup"
 
         @classmethod
-        def has_cfn_attr(cls, attr: str) -> bool:
-            return attr == "GroupName"
-
-        def get_cfn_attribute(self, attribute_name: str) -> str:
-            from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
-
-            if attribute_name == "GroupName":
-                return self.name
-            raise UnformattedGetAttTemplateException()
-
-        @classmethod
         def create_from_cloudformation_json(
             cls,
             resource_name: str,
@@ -315,6 +320,7 @@ def _make_placement_group_class() -> type:
         def is_created(self) -> bool:
             return True
 
+    _install_get_att(PlacementGroup, "GroupName", "name")
     return PlacementGroup
 
 
@@ -579,17 +585,6 @@ def _patch_security_group_egress_resource() -> None:
             return "AWS::EC2::SecurityGroupEgress"
 
         @classmethod
-        def has_cfn_attr(cls, attr: str) -> bool:
-            return attr == "Id"
-
-        def get_cfn_attribute(self, attribute_name: str) -> str:
-            from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
-
-            if attribute_name == "Id":
-                return self.rule_id
-            raise UnformattedGetAttTemplateException()
-
-        @classmethod
         def create_from_cloudformation_json(
             cls,
             resource_name: str,
@@ -632,6 +627,7 @@ def _patch_security_group_egress_resource() -> None:
         def is_created(self) -> bool:
             return True
 
+    _install_get_att(SecurityGroupEgress, "Id", "rule_id")
     _REGISTERED_MODELS.append(SecurityGroupEgress)
 
 
@@ -955,7 +951,6 @@ def _ce_properties(props: dict[str, Any]) -> tuple[str, str, dict[str, Any] | No
 
 def _patch_batch_compute_environment_resource() -> None:
     from moto.batch.models import ComputeEnvironment
-    from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
 
     def create_from_cloudformation_json(
         cls: Any,
@@ -1010,19 +1005,9 @@ def _patch_batch_compute_environment_resource() -> None:
     def delete(self: Any, account_id: str, region_name: str) -> None:
         _batch(account_id, region_name).delete_compute_environment(self.arn)
 
-    def has_cfn_attr(cls: Any, attr: str) -> bool:
-        return attr == "ComputeEnvironmentArn"
-
-    def get_cfn_attribute(self: Any, attribute_name: str) -> str:
-        if attribute_name == "ComputeEnvironmentArn":
-            arn: str = self.arn
-            return arn
-        raise UnformattedGetAttTemplateException()
-
     _install(ComputeEnvironment, "create_from_cloudformation_json", classmethod(create_from_cloudformation_json))
     _install(ComputeEnvironment, "update_from_cloudformation_json", classmethod(update_from_cloudformation_json))
-    _install(ComputeEnvironment, "has_cfn_attr", classmethod(has_cfn_attr))
-    _install(ComputeEnvironment, "get_cfn_attribute", get_cfn_attribute)
+    _install_get_att(ComputeEnvironment, "ComputeEnvironmentArn", "arn")
     _install(ComputeEnvironment, "delete", delete)
 
 
@@ -1033,7 +1018,6 @@ def _patch_batch_compute_environment_resource() -> None:
 
 def _patch_batch_job_queue_resource() -> None:
     from moto.batch.models import JobQueue
-    from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
 
     def apply_extras(queue: Any, backend: Any, props: dict[str, Any]) -> None:
         queue.job_state_time_limit_actions = _batch_keys(props.get("JobStateTimeLimitActions") or [])
@@ -1087,15 +1071,6 @@ def _patch_batch_job_queue_resource() -> None:
     def delete(self: Any, account_id: str, region_name: str) -> None:
         _batch(account_id, region_name).delete_job_queue(self.arn)
 
-    def has_cfn_attr(cls: Any, attr: str) -> bool:
-        return attr == "JobQueueArn"
-
-    def get_cfn_attribute(self: Any, attribute_name: str) -> str:
-        if attribute_name == "JobQueueArn":
-            arn: str = self.arn
-            return arn
-        raise UnformattedGetAttTemplateException()
-
     original_describe = JobQueue.describe
 
     def describe(self: Any) -> dict[str, Any]:
@@ -1107,8 +1082,7 @@ def _patch_batch_job_queue_resource() -> None:
 
     _install(JobQueue, "create_from_cloudformation_json", classmethod(create_from_cloudformation_json))
     _install(JobQueue, "update_from_cloudformation_json", classmethod(update_from_cloudformation_json))
-    _install(JobQueue, "has_cfn_attr", classmethod(has_cfn_attr))
-    _install(JobQueue, "get_cfn_attribute", get_cfn_attribute)
+    _install_get_att(JobQueue, "JobQueueArn", "arn")
     _install(JobQueue, "delete", delete)
     _install(JobQueue, "describe", describe)
 
@@ -1468,6 +1442,7 @@ def restore() -> None:
             delattr(target, name)
         else:
             setattr(target, name, old)
+    target = old = None  # the kit's own model classes were targets too: no reference may survive
     model: Any = None
     while _REGISTERED_MODELS:
         model = _REGISTERED_MODELS.pop()
