@@ -46,8 +46,11 @@ class MultinodeStack(Stack):
             description="Metaflow multi-node (EFA) AWS Batch environment",
         )
         tags = {"metaflow-multinode:stack": config.stack_name, **dict(config.tags)}
-        for key, value in tags.items():
-            Tags.of(self).add(key, value)
+        Tags.of(self).add("metaflow-multinode:stack", config.stack_name)
+        for key, value in config.tags:
+            # A compute environment's own Tags are create-only: a changed tag would replace it
+            # (new ARN). Its instances get every tag through ComputeResources.Tags, updated in place.
+            Tags.of(self).add(key, value, exclude_resource_types=["AWS::Batch::ComputeEnvironment"])
 
         if config.creates_vpc:
             network = MultinodeVpc(

@@ -340,9 +340,16 @@ def test_config_tags_reach_resources(synth):
     s.template.has_resource_properties(
         "AWS::EC2::VPC", {"Tags": Match.array_with([{"Key": "team", "Value": "ml-platform"}])}
     )
+    # Instances get the user's tags; the CE's own (create-only) Tags keep only the kit's, so a
+    # changed tag never replaces the compute environment.
     s.template.has_resource_properties(
-        "AWS::Batch::ComputeEnvironment", {"Tags": Match.object_like({"team": "ml-platform"})}
+        "AWS::Batch::ComputeEnvironment",
+        {
+            "ComputeResources": Match.object_like({"Tags": Match.object_like({"team": "ml-platform"})}),
+            "Tags": {"metaflow-multinode:stack": "mn-p5"},
+        },
     )
+    s.template.has_resource_properties("AWS::Batch::JobQueue", {"Tags": Match.object_like({"team": "ml-platform"})})
     data = _lt_data(s)
     kinds = {spec["ResourceType"] for spec in data["TagSpecifications"]}
     assert kinds == {"instance", "volume", "network-interface"}
