@@ -9,7 +9,9 @@ with multiple network cards" (aws-facts.md, EFA):
   interface at device 1; every further card gets an "efa-only" interface at device 0;
 * P5/P5e have their own documented layout ("EFA configuration for P5 and P5e instances"):
   the primary is an "efa" interface (EFA with ENA) and each further card carries an
-  "efa-only" interface at device 1.
+  "efa-only" interface at device 1;
+* card 0 keeps one slot for the MNP container's awsvpc ENI: where it has too few slots for
+  primary + EFA-only + that ENI (trn2), the primary itself is the "efa" interface.
 
 "efa-only" interfaces take no IP address; "interface" and "efa" ones take one each.
 """
@@ -21,6 +23,9 @@ from dataclasses import dataclass
 
 # Families with the P5-specific layout in the EC2 guide.
 P5_LAYOUT_FAMILIES = frozenset({"p5", "p5e"})
+# MNP containers use awsvpc networking: ECS attaches each task's own ENI to network card 0,
+# so card 0 must keep a slot free for it.
+CONTAINER_ENIS_ON_CARD_0 = 1
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,12 @@ def plan_interfaces(cards: Sequence[NetworkCard], efa_count: int, *, family: str
     if family in P5_LAYOUT_FAMILIES and chosen[0].index == 0:
         slots = [InterfaceSlot(0, 0, "efa")]
         slots += [InterfaceSlot(c.index, 1, "efa-only") for c in chosen[1:]]
+        return tuple(slots)
+    if chosen[0].index == 0 and chosen[0].max_interfaces < 2 + CONTAINER_ENIS_ON_CARD_0:
+        # Card 0 cannot hold primary + EFA-only + the container's ENI (trn2: 2 slots): carry
+        # card 0's EFA on the primary itself ("efa", EFA with ENA), as the P5 layout does.
+        slots = [InterfaceSlot(0, 0, "efa")]
+        slots += [InterfaceSlot(c.index, 0, "efa-only") for c in chosen[1:]]
         return tuple(slots)
     slots = [InterfaceSlot(0, 0, "interface")]
     for card in chosen:

@@ -23,6 +23,7 @@ MISCONFIGURATION_REASONS = (
 )
 MISCONFIGURATION_WAIT_SECONDS = 600  # the shortest time Batch accepts
 CAPACITY_REASON = "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"
+UPDATE_JOB_TIMEOUT_MINUTES = 360  # CloudFormation's maximum for UpdatePolicy.JobExecutionTimeoutMinutes
 
 
 class MultinodeQueue(Construct):
@@ -57,8 +58,11 @@ class MultinodeQueue(Construct):
             # Update in place rather than replace: a CE attached to a queue cannot be
             # swapped by CloudFormation without first detaching it.
             replace_compute_environment=False,
+            # An infrastructure update (new launch-template version, AMI roll) lets running
+            # jobs finish for this long before it replaces their instances: multi-node training
+            # runs for hours, so the longest CloudFormation accepts.
             update_policy=batch.CfnComputeEnvironment.UpdatePolicyProperty(
-                terminate_jobs_on_update=False, job_execution_timeout_minutes=30
+                terminate_jobs_on_update=False, job_execution_timeout_minutes=UPDATE_JOB_TIMEOUT_MINUTES
             ),
             compute_resources=batch.CfnComputeEnvironment.ComputeResourcesProperty(
                 # MNP runs only on MANAGED EC2 environments: not SPOT, not FARGATE.

@@ -6,8 +6,12 @@ set -euo pipefail
 
 log() { echo "[efa-driver] $*"; }
 
-if lsmod | grep -q "^efa "; then
-  log "EFA driver already loaded; nothing to do"
+# /sys/module/efa exists once the module is loaded (AL2023 ships it in-tree); no pipe, so no
+# SIGPIPE race under pipefail.
+if [ -d /sys/module/efa ]; then
+  # Containers see EFA through /dev/infiniband/uverbs*, which ib_uverbs provides.
+  modprobe ib_uverbs || log "WARNING: ib_uverbs did not load; containers will see no uverbs devices"
+  log "EFA driver already loaded"
   exit 0
 fi
 
@@ -25,6 +29,12 @@ for attempt in 1 2 3 4 5; do
   log "download failed (attempt ${attempt}); retrying in 10s"
   sleep 10
 done
+if [ ! -s aws-efa-installer.tar.gz ]; then
+  # Fail loudly: cloud-init marks the boot failed and the log says why; NCCL on this node would
+  # silently fall back to TCP sockets.
+  log "ERROR: could not download the EFA installer; this node has no EFA driver"
+  exit 1
+fi
 tar -xzf aws-efa-installer.tar.gz
 cd aws-efa-installer
 ./efa_installer.sh -y --minimal

@@ -25,6 +25,7 @@ from stacks import outputs as out
 from stacks.config import KitConfig
 from stacks.plan import QueuePlan, private_subnet_prefix
 
+REPLACED_ON_TAG_CHANGE = ("AWS::Batch::ComputeEnvironment", "AWS::EC2::PlacementGroup")
 LAUNCH_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "launch_templates"
 
 
@@ -48,9 +49,10 @@ class MultinodeStack(Stack):
         tags = {"metaflow-multinode:stack": config.stack_name, **dict(config.tags)}
         Tags.of(self).add("metaflow-multinode:stack", config.stack_name)
         for key, value in config.tags:
-            # A compute environment's own Tags are create-only: a changed tag would replace it
-            # (new ARN). Its instances get every tag through ComputeResources.Tags, updated in place.
-            Tags.of(self).add(key, value, exclude_resource_types=["AWS::Batch::ComputeEnvironment"])
+            # Tags are create-only on these: a changed tag would replace the CE (new ARN) or the
+            # placement group (whose delete fails while instances are in it). Instances still get
+            # every tag, through ComputeResources.Tags and the launch template.
+            Tags.of(self).add(key, value, exclude_resource_types=list(REPLACED_ON_TAG_CHANGE))
 
         if config.creates_vpc:
             network = MultinodeVpc(

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from constructs_lib.efa_layout import P5_LAYOUT_FAMILIES, efa_cards, provisioned_gbps
+from constructs_lib.efa_layout import CONTAINER_ENIS_ON_CARD_0, P5_LAYOUT_FAMILIES, efa_cards, provisioned_gbps
 from stacks import outputs
 from stacks.catalog import Catalog, InstanceFacts, load_catalog
 from stacks.config import Finding, KitConfig, QueueConfig, parse_config
@@ -464,12 +464,15 @@ def queue_interface_layout(path: str, q: QueueConfig, catalog: Catalog) -> list[
     if plan is None:
         return []
     used = Counter(s.network_card_index for s in plan.slots)
+    # The MNP container's own awsvpc ENI goes on card 0 too.
+    used[0] += CONTAINER_ENIS_ON_CARD_0
     limits = {c.index: c.max_interfaces for c in plan.facts.network_cards}
     return [
         _err(
             f"{path}.instanceType",
-            f"the EFA layout puts {n} interfaces on network card {card} of {q.instance_type}, which takes "
-            f"{limits.get(card, 0)}: EC2 would refuse to launch it; pick another type",
+            f"the EFA layout plus the container's ENI need {n} interfaces on network card {card} of "
+            f"{q.instance_type}, which takes {limits.get(card, 0)}: the instance or the job could not start; "
+            "pick another type",
         )
         for card, n in sorted(used.items())
         if n > limits.get(card, 0)

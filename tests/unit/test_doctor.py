@@ -444,7 +444,12 @@ class Case:
     fails: frozenset[str] | None = None  # default: the FAILs in expect
 
 
-P5_GENERIC = plan_interfaces(P5.network_cards, 32, family="p5-not-special")  # the non-P5 layout on a P5
+# The generic multi-card layout (ENA primary, EFA-only at card 0 device 1) written onto a P5.
+P5_GENERIC = (
+    InterfaceSlot(0, 0, "interface"),
+    InterfaceSlot(0, 1, "efa-only"),
+    *(InterfaceSlot(card, 0, "efa-only") for card in range(1, 32)),
+)
 CASES = [
     Case("efa-sg-ingress-revoked", {"sg.efa-self": ("FAIL", "authorize-security-group-ingress")},
          mutate=_revoke_efa_ingress),

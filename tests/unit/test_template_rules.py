@@ -420,3 +420,12 @@ def test_capacity_block_sets_market_type(synth):
 def test_no_capacity_means_plain_on_demand(synth):
     data = _lt_data(synth.get("default"))
     assert "CapacityReservationSpecification" not in data and "InstanceMarketOptions" not in data
+
+
+def test_updates_let_running_jobs_finish_and_user_tags_never_replace(synth):
+    s = synth.get("p5")
+    for ce in s.resources("AWS::Batch::ComputeEnvironment").values():
+        assert ce["Properties"]["UpdatePolicy"] == {"JobExecutionTimeoutMinutes": 360, "TerminateJobsOnUpdate": False}
+    # Placement group Tags are create-only too: only the kit's stable tag goes there.
+    for pg in s.resources("AWS::EC2::PlacementGroup").values():
+        assert pg["Properties"]["Tags"] == [{"Key": "metaflow-multinode:stack", "Value": "mn-p5"}]
