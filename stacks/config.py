@@ -67,6 +67,7 @@ class QueueConfig:
     image_id: str | None = None
     capacity_wait_minutes: int = 60
     capacity: CapacityConfig | None = None
+    placement_group: str | None = None  # an existing cluster placement group instead of a new one
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ _QUEUE = {
     "imageId": "AMI override",
     "capacityWaitMinutes": "cancel a job that waits this long for capacity",
     "capacity": "capacity reservation or Capacity Block to launch into",
+    "placementGroup": "existing cluster placement group (the one the capacity reservation was created in)",
 }
 _METAFLOW = {"s3AccessRoleArn": "Metaflow task role", "profile": "Metaflow config profile name"}
 
@@ -328,6 +330,7 @@ def _parse_queue(r: _Reader, raw: Any, path: str) -> QueueConfig:
         image_id=r.get(raw, path, "imageId", str, "") or None,
         capacity_wait_minutes=r.get(raw, path, "capacityWaitMinutes", int, QueueConfig.capacity_wait_minutes),
         capacity=_parse_capacity(r, raw, path),
+        placement_group=r.get(raw, path, "placementGroup", str, "") or None,
     )
 
 

@@ -104,7 +104,9 @@ class MultinodeStack(Stack):
         self, plan: QueuePlan, instance_role: BatchInstanceRole, scripts: list[Path], tags: dict[str, str]
     ) -> None:
         q, key = plan.queue, plan.id_name
-        placement = ClusterPlacementGroup(self, f"{key}PlacementGroup")
+        # An existing group when the config names one (the group a capacity reservation was
+        # created in); otherwise a new cluster group for this queue.
+        placement_name = q.placement_group or ClusterPlacementGroup(self, f"{key}PlacementGroup").name
         template = EfaLaunchTemplate(
             self,
             f"{key}LaunchTemplate",
@@ -127,7 +129,7 @@ class MultinodeStack(Stack):
             instance_profile_arn=instance_role.instance_profile_arn,
             launch_template_id=template.launch_template_id,
             launch_template_version=template.version,
-            placement_group_name=placement.name,
+            placement_group_name=placement_name,
             capacity_wait_seconds=q.capacity_wait_minutes * 60,
             image_id=q.image_id,
             tags={**tags, "metaflow-multinode:queue": q.name},
@@ -141,7 +143,7 @@ class MultinodeStack(Stack):
             "GpusPerNode": str(plan.facts.gpus),
             "InstanceType": q.instance_type,
             "MaxNodes": str(q.max_nodes),
-            "PlacementGroupName": placement.name,
+            "PlacementGroupName": placement_name,
             "LaunchTemplateId": template.launch_template_id,
             "LaunchTemplateVersion": template.version,
         }

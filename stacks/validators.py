@@ -41,6 +41,7 @@ SG_ID_RE = re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
 AMI_ID_RE = re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$")
 ROLE_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 PROFILE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PLACEMENT_GROUP_RE = re.compile(r"^[A-Za-z0-9][\w.+=,@-]{0,254}$")
 RESERVATION_ID_RE = re.compile(r"^cr-([0-9a-f]{8}|[0-9a-f]{17})$")
 RESOURCE_GROUP_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:resource-groups:[a-z0-9-]+:\d{12}:group/[\w.-]{1,300}$")
 
@@ -591,6 +592,18 @@ def queue_image_and_wait(path: str, q: QueueConfig, _: Catalog) -> list[Finding]
     return out
 
 
+def queue_placement_group(path: str, q: QueueConfig, _: Catalog) -> list[Finding]:
+    if q.placement_group is None or PLACEMENT_GROUP_RE.match(q.placement_group):
+        return []
+    return [
+        _err(
+            f"{path}.placementGroup",
+            f"{q.placement_group!r} is not a placement group name; use the name (not the ARN) of an existing "
+            'cluster placement group, e.g. "gpu-cluster-a"',
+        )
+    ]
+
+
 def queue_capacity(path: str, q: QueueConfig, catalog: Catalog) -> list[Finding]:
     """Capacity reservations and Capacity Blocks (aws-facts.md, Capacity)."""
     cap = q.capacity
@@ -608,7 +621,7 @@ def queue_capacity(path: str, q: QueueConfig, catalog: Catalog) -> list[Finding]
                     '"arn:aws:resource-groups:us-east-1:123456789012:group/my-reservations"',
                 )
             )
-        return out
+        return out + _reservation_placement(path, q)
     key = "capacityBlockId" if cap.kind == "capacity-block" else "reservationId"
     if not RESERVATION_ID_RE.match(cap.reservation_id or ""):
         out.append(
@@ -645,16 +658,31 @@ def queue_capacity(path: str, q: QueueConfig, catalog: Catalog) -> list[Finding]
                 "the block ends its instances are terminated and running jobs fail",
             )
         )
-    else:
-        out.append(
-            _warn(
-                cpath,
-                "a targeted On-Demand Capacity Reservation serves launches in a cluster placement "
-                "group only if it was created in that placement group; otherwise instances launch "
-                "outside the reservation (On-Demand) or fail. Check with `python -m kit doctor`",
+    return out + _reservation_placement(path, q)
+
+
+def _reservation_placement(path: str, q: QueueConfig) -> list[Finding]:
+    """A reservation serves launches into a cluster placement group only if it was created in
+    that group (aws-facts.md, Capacity): the kit's own new group can never match one."""
+    cap = q.capacity
+    if cap is None or cap.kind == "capacity-block":
+        return []
+    if q.placement_group is None:
+        return [
+            _err(
+                f"{path}.placementGroup",
+                "is required with a capacity reservation: name the cluster placement group the reservation was "
+                "created in (a reservation only serves launches into its own group; a group the kit creates "
+                "could never match it)",
             )
+        ]
+    return [
+        _warn(
+            f"{path}.capacity",
+            f"the reservation must have been created in placement group {q.placement_group!r}, for "
+            f"{q.instance_type} in this availabilityZone; `python -m kit doctor` checks it after deploy",
         )
-    return out
+    ]
 
 
 CHECKS: tuple[Check, ...] = (
@@ -673,6 +701,7 @@ CHECKS: tuple[Check, ...] = (
     per_queue(queue_nodes),
     per_queue(queue_root_volume),
     per_queue(queue_image_and_wait),
+    per_queue(queue_placement_group),
     per_queue(queue_capacity),
     check_subnet_capacity,
 )

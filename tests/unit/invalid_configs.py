@@ -228,11 +228,13 @@ INVALID: tuple[Case, ...] = (
         ("queues[0].capacity.reservationID", "queues[0].capacity"),
     ),
     Case(
-        "capacity-bad-reservation-id", queue(capacity={"reservationId": "r-123"}), ("queues[0].capacity.reservationId",)
+        "capacity-bad-reservation-id",
+        queue(capacity={"reservationId": "r-123"}, placementGroup="pg-a"),
+        ("queues[0].capacity.reservationId",),
     ),
     Case(
         "capacity-bad-group-arn",
-        queue(capacity={"reservationGroupArn": "arn:aws:iam::123456789012:group/x"}),
+        queue(capacity={"reservationGroupArn": "arn:aws:iam::123456789012:group/x"}, placementGroup="pg-a"),
         ("queues[0].capacity.reservationGroupArn",),
     ),
     Case(
@@ -252,15 +254,30 @@ INVALID: tuple[Case, ...] = (
         ),
         ("queues[0].instanceType",),
     ),
+    Case(
+        "capacity-reservation-without-its-placement-group",
+        queue(capacity={"reservationId": "cr-0123456789abcdef0"}),
+        ("queues[0].placementGroup",),
+    ),
+    Case(
+        "capacity-group-without-its-placement-group",
+        queue(capacity={"reservationGroupArn": GROUP_ARN}),
+        ("queues[0].placementGroup",),
+    ),
+    Case(
+        "placement-group-arn-instead-of-name",
+        queue(placementGroup="arn:aws:ec2:us-east-1:123456789012:placement-group/x"),
+        ("queues[0].placementGroup",),
+    ),
 )
 
 
 WARNINGS: tuple[Case, ...] = (
     Case(
         "capacity-reservation-placement",
-        queue(capacity={"reservationId": "cr-0123456789abcdef0"}),
+        queue(capacity={"reservationId": "cr-0123456789abcdef0"}, placementGroup="odcr-cluster-a"),
         warnings=("queues[0].capacity",),
-        contains=("created in that placement group",),
+        contains=("created in placement group 'odcr-cluster-a'",),
     ),
     Case(
         "capacity-block-min-nodes",

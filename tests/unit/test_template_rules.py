@@ -79,13 +79,16 @@ def test_ssh_only_from_the_configured_sources(synth):
 def test_one_cluster_placement_group_per_queue_used_by_its_ce(synth, name):
     s = synth.get(name)
     pgs = s.resources("AWS::EC2::PlacementGroup")
-    assert len(pgs) == len(s.config.queues)
+    given = [q.placement_group for q in s.config.queues if q.placement_group]
+    assert len(pgs) == len(s.config.queues) - len(given)
     assert all(pg["Properties"]["Strategy"] == "cluster" for pg in pgs.values())
-    used = {
-        ce["Properties"]["ComputeResources"]["PlacementGroup"]["Ref"]
+    used = [
+        ce["Properties"]["ComputeResources"]["PlacementGroup"]
         for ce in s.resources("AWS::Batch::ComputeEnvironment").values()
-    }
-    assert used == set(pgs)
+    ]
+    assert {u["Ref"] for u in used if isinstance(u, dict)} == set(pgs)
+    # A named existing group (the one a capacity reservation lives in) is used as given.
+    assert sorted(u for u in used if isinstance(u, str)) == sorted(given)
 
 
 # --- launch template ---------------------------------------------------------------------------
