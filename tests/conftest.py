@@ -75,3 +75,15 @@ class _SynthCache:
 def synth(tmp_path_factory: pytest.TempPathFactory) -> _SynthCache:
     """`synth.get("p5")` -> Synth of tests/configs/p5.json ("default" = cdk.json)."""
     return _SynthCache(tmp_path_factory.mktemp("synth"))
+
+
+def isolate_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, region: str) -> None:
+    """Fake credentials and no trace of the developer's AWS settings, for tests against moto."""
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))

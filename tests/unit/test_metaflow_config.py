@@ -23,6 +23,7 @@ from kit import metaflow_config as mc
 from stacks import outputs as out
 from stacks.catalog import load_catalog
 from stacks.plan import pascal
+from tests.conftest import isolate_aws_env
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -85,14 +86,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     mf_home = tmp_path / "metaflowconfig"
     mf_home.mkdir()
     monkeypatch.setenv("METAFLOW_HOME", str(mf_home))
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    isolate_aws_env(monkeypatch, tmp_path, REGION)
     return mf_home
 
 

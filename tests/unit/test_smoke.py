@@ -32,6 +32,7 @@ from stacks import outputs as out
 from stacks.catalog import load_catalog
 from stacks.outputs import QueueOutputs
 from stacks.plan import pascal
+from tests.conftest import isolate_aws_env
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = Path(__file__).resolve().parent / "smoke_logs"
@@ -447,14 +448,7 @@ def test_probe_main_node_reports_children_that_never_come(tmp_path: Path) -> Non
 
 @pytest.fixture
 def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    isolate_aws_env(monkeypatch, tmp_path, REGION)
 
 
 def _batch_queue(name: str) -> str:
