@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,53 @@ def isolate_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, region: str
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+def kit_outputs_template(
+    queues: dict[str, tuple[str, int, int, int]],
+    *,
+    queue_arn: Callable[[str], str],
+    region: str = "us-east-1",
+    profile: str = "multinode",
+    s3_role: str | None = None,
+    drop: str | None = None,
+) -> str:
+    """A tiny real CloudFormation template (one SNS topic) whose outputs are the kit's, as literals:
+    for commands that read a deployed stack's outputs, tested against moto without a synth.
+    `queues` maps a queue name to (instance type, EFA count, GPUs per node, max nodes)."""
+    from stacks import outputs as out
+    from stacks.plan import pascal
+
+    values = {
+        out.VPC_ID: "vpc-0123456789abcdef0",
+        out.SECURITY_GROUP_ID: "sg-0123456789abcdef0",
+        out.SUBNET_IDS: "subnet-0123456789abcdef0",
+        out.AVAILABILITY_ZONE: f"{region}a",
+        out.QUEUE_NAMES: ",".join(queues),
+        out.METAFLOW_PROFILE: profile,
+    }
+    if s3_role:
+        values[out.S3_ACCESS_ROLE_ARN] = s3_role
+    for name, (itype, efa, gpus, max_nodes) in queues.items():
+        p, arn = pascal(name), queue_arn(name)
+        per_queue = {
+            "JobQueueArn": arn,
+            "JobQueueName": arn.rsplit("/", 1)[1],
+            "ComputeEnvironmentArn": f"arn:aws:batch:{region}:123456789012:compute-environment/{p}CE",
+            "EfaInterfaces": str(efa),
+            "GpusPerNode": str(gpus),
+            "InstanceType": itype,
+            "MaxNodes": str(max_nodes),
+            "PlacementGroupName": f"{p}Placement",
+            "LaunchTemplateId": "lt-0123456789abcdef0",
+            "LaunchTemplateVersion": "1",
+        }
+        assert set(per_queue) == set(out.QUEUE_FIELDS)
+        values.update({out.queue_key(p, field): v for field, v in per_queue.items()})
+    values.pop(drop or "", None)
+    return json.dumps(
+        {
+            "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {key: {"Value": value} for key, value in values.items()},
+        }
+    )

@@ -23,7 +23,7 @@ from kit import metaflow_config as mc
 from stacks import outputs as out
 from stacks.catalog import load_catalog
 from stacks.plan import pascal
-from tests.conftest import isolate_aws_env
+from tests.conftest import isolate_aws_env, kit_outputs_template
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -44,39 +44,14 @@ def kit_template(
     s3_role: str | None = ROLE_ARN,
     drop: str | None = None,
 ) -> str:
-    """A tiny real template: one SNS topic and the kit's outputs as literals."""
-    values = {
-        out.VPC_ID: "vpc-0123456789abcdef0",
-        out.SECURITY_GROUP_ID: "sg-0123456789abcdef0",
-        out.SUBNET_IDS: "subnet-0123456789abcdef0",
-        out.AVAILABILITY_ZONE: "us-east-1a",
-        out.QUEUE_NAMES: ",".join(queues),
-        out.METAFLOW_PROFILE: profile,
-    }
-    if s3_role:
-        values[out.S3_ACCESS_ROLE_ARN] = s3_role
-    for name, (itype, efa, gpus, max_nodes) in queues.items():
-        p = pascal(name)
-        per_queue = {
-            "JobQueueArn": f"arn:aws:batch:{REGION}:123456789012:job-queue/{job_queue_name(name)}",
-            "JobQueueName": job_queue_name(name),
-            "ComputeEnvironmentArn": f"arn:aws:batch:{REGION}:123456789012:compute-environment/{p}CE",
-            "EfaInterfaces": str(efa),
-            "GpusPerNode": str(gpus),
-            "InstanceType": itype,
-            "MaxNodes": str(max_nodes),
-            "PlacementGroupName": f"{p}Placement",
-            "LaunchTemplateId": "lt-0123456789abcdef0",
-            "LaunchTemplateVersion": "1",
-        }
-        assert set(per_queue) == set(out.QUEUE_FIELDS)
-        values.update({out.queue_key(p, field): v for field, v in per_queue.items()})
-    values.pop(drop or "", None)
-    return json.dumps(
-        {
-            "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
-            "Outputs": {key: {"Value": value} for key, value in values.items()},
-        }
+    """The kit's outputs for `queues` in a tiny real template (tests/conftest.py)."""
+    return kit_outputs_template(
+        queues,
+        queue_arn=lambda name: f"arn:aws:batch:{REGION}:123456789012:job-queue/{job_queue_name(name)}",
+        region=REGION,
+        profile=profile,
+        s3_role=s3_role,
+        drop=drop,
     )
 
 

@@ -28,11 +28,9 @@ from moto import mock_aws
 
 from kit import cli, smoke
 from kit.metaflow_config import batch_resources
-from stacks import outputs as out
 from stacks.catalog import load_catalog
 from stacks.outputs import QueueOutputs
-from stacks.plan import pascal
-from tests.conftest import isolate_aws_env
+from tests.conftest import isolate_aws_env, kit_outputs_template
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = Path(__file__).resolve().parent / "smoke_logs"
@@ -485,38 +483,6 @@ def _batch_queue(name: str) -> str:
     )
 
 
-def _kit_template(queue_arn: str, queues: dict[str, tuple[str, int, int, int]]) -> str:
-    values = {
-        out.VPC_ID: "vpc-0123456789abcdef0",
-        out.SECURITY_GROUP_ID: "sg-0123456789abcdef0",
-        out.SUBNET_IDS: "subnet-0123456789abcdef0",
-        out.AVAILABILITY_ZONE: "us-east-1a",
-        out.QUEUE_NAMES: ",".join(queues),
-        out.METAFLOW_PROFILE: "multinode",
-    }
-    for name, (itype, efa, gpus, max_nodes) in queues.items():
-        p = pascal(name)
-        fields = {
-            "JobQueueArn": queue_arn,
-            "JobQueueName": queue_arn.rsplit("/", 1)[1],
-            "ComputeEnvironmentArn": f"arn:aws:batch:{REGION}:123456789012:compute-environment/TrainCE",
-            "EfaInterfaces": str(efa),
-            "GpusPerNode": str(gpus),
-            "InstanceType": itype,
-            "MaxNodes": str(max_nodes),
-            "PlacementGroupName": f"{p}Placement",
-            "LaunchTemplateId": "lt-0123456789abcdef0",
-            "LaunchTemplateVersion": "1",
-        }
-        values.update({out.queue_key(p, field): v for field, v in fields.items()})
-    return json.dumps(
-        {
-            "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
-            "Outputs": {key: {"Value": value} for key, value in values.items()},
-        }
-    )
-
-
 @pytest.fixture
 def deployed(aws_env: None) -> Iterator[str]:
     """A kit-shaped stack in moto: queue `train` (p4d, 4 EFA, 8 GPUs, up to 4 nodes) on a real Batch
@@ -525,7 +491,7 @@ def deployed(aws_env: None) -> Iterator[str]:
         arn = _batch_queue("TrainJobQueue-ABC")
         queues = {"train": ("p4d.24xlarge", 4, 8, 4), "cpu": ("c5n.18xlarge", 1, 0, 4)}
         boto3.client("cloudformation", region_name=REGION).create_stack(
-            StackName=STACK, TemplateBody=_kit_template(arn, queues)
+            StackName=STACK, TemplateBody=kit_outputs_template(queues, queue_arn=lambda _: arn, region=REGION)
         )
         yield arn
 
