@@ -38,6 +38,15 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _missing(exc: ModuleNotFoundError, moto_version: str) -> int:
+    print(
+        f"error: {exc.name} is not installed; the sandbox needs moto[server]=={moto_version} "
+        "(pip install -r requirements-dev.txt)",
+        file=sys.stderr,
+    )
+    return EXIT_MOTO
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     from kit.sandbox import compat
@@ -45,12 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         patches = compat.apply()
     except ModuleNotFoundError as exc:
-        print(
-            f"error: {exc.name} is not installed; the sandbox needs moto[server]=={compat.MOTO_VERSION} "
-            "(pip install -r requirements-dev.txt)",
-            file=sys.stderr,
-        )
-        return EXIT_MOTO
+        return _missing(exc, compat.MOTO_VERSION)
     except compat.CompatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_MOTO
@@ -61,12 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         from werkzeug.serving import make_server
     except ModuleNotFoundError as exc:
         # moto without its [server] extra lacks flask/werkzeug.
-        print(
-            f"error: {exc.name} is not installed; the sandbox needs moto[server]=={compat.MOTO_VERSION} "
-            "(pip install -r requirements-dev.txt)",
-            file=sys.stderr,
-        )
-        return EXIT_MOTO
+        return _missing(exc, compat.MOTO_VERSION)
 
     # There is no Docker here: Batch jobs must not try to start containers (moto's
     # "batch_simple" backend marks them SUCCEEDED instead).
