@@ -167,10 +167,10 @@ def _first(slots: Iterable[InterfaceSlot], shown: int = 3) -> str:
 def facts_from_describe(raw: Mapping[str, Any]) -> InstanceFacts:
     """InstanceFacts from one live DescribeInstanceTypes record, through the same
     conversion the catalog generator uses (one rule, one implementation)."""
-    from kit.catalog import _facts as catalog_fields
-    from stacks.catalog import _facts as catalog_facts
+    from kit.catalog import catalog_entry
+    from stacks.catalog import facts_from_entry
 
-    return catalog_facts(str(raw["InstanceType"]), catalog_fields(raw))
+    return facts_from_entry(str(raw["InstanceType"]), catalog_entry(raw))
 
 
 # --- what the checks share ------------------------------------------------------------------

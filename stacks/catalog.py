@@ -59,7 +59,7 @@ class Catalog:
         return [t for t in self.types.values() if t.efa_supported and t.accelerator != "none"]
 
 
-def _facts(name: str, raw: dict) -> InstanceFacts:
+def facts_from_entry(name: str, raw: dict) -> InstanceFacts:
     return InstanceFacts(
         name=name,
         vcpus=raw["vcpus"],
@@ -92,5 +92,5 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
     data = json.loads(path.read_text(encoding="utf-8"))
     return Catalog(
         source=data["source"],
-        types={name: _facts(name, raw) for name, raw in data["instanceTypes"].items()},
+        types={name: facts_from_entry(name, raw) for name, raw in data["instanceTypes"].items()},
     )
